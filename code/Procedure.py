@@ -1,0 +1,76 @@
+"""One BPR training epoch and one full-ranking test."""
+import time
+
+import numpy as np
+import torch
+
+import devices
+import ranking
+import utils
+
+
+def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
+                       stop_requested=lambda: False, progress=True):
+    """Train one epoch on as many sampled (user, pos, neg) triples as there are training
+    interactions. Returns (mean loss, timing text) or None when stop_requested() turned
+    true: then the epoch is abandoned after the batch in flight."""
+    model.train()
+    timer = utils.Timer()
+    with timer.time("Sample"):
+        # The draws are i.i.d. over users, so their order is already random: no shuffle.
+        triples = sampler.sample(utils.epoch_key(config.seed, epoch), dataset.trainDataSize)
+    triples = torch.from_numpy(triples).to(device)
+    users, pos, neg = triples[:, 0], triples[:, 1], triples[:, 2]
+    n_batches = (len(users) + config.bpr_batch - 1) // config.bpr_batch
+    loss_sum = torch.zeros((), device=device)
+    bar = utils.Progress(n_batches, desc=f"epoch {epoch + 1}", unit="batches", enabled=progress)
+    for batch_users, batch_pos, batch_neg in utils.minibatch(users, pos, neg, batch_size=config.bpr_batch):
+        loss, reg_loss = model.bpr_loss(batch_users, batch_pos, batch_neg)
+        loss = loss + config.decay * reg_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        bar.update()
+        if stop_requested():
+            bar.close()
+            return None
+    bar.close()
+    aver_loss = loss_sum.item() / n_batches
+    return aver_loss, f"loss{aver_loss:.3f}-{timer.dict()}"
+
+
+def Test(dataset, model, config, device, progress=True):
+    """precision, recall and NDCG at every k of config.topks, averaged over test users,
+    with training items excluded; the model is propagated once."""
+    model.eval()
+    topks = list(config.topks)
+    max_k = max(topks)
+    results = {"precision": np.zeros(len(topks)), "recall": np.zeros(len(topks)),
+               "ndcg": np.zeros(len(topks))}
+    users = dataset.testUsers
+    test = dataset.test_csr
+    test_keys = np.repeat(np.arange(dataset.n_users, dtype=np.int64), np.diff(test.indptr)) \
+        * dataset.m_items + test.indices
+    test_sizes_all = np.diff(test.indptr)
+    batch_size = min(config.testbatch, max(1, len(users)))
+    bar = utils.Progress(len(users), desc="test", unit="users", enabled=progress)
+    with torch.no_grad():
+        user_emb, item_emb = model.computer()
+        for batch, top_items, _ in ranking.top_k(user_emb, item_emb, users, dataset.UserItemNet,
+                                                 max_k, batch_size):
+            probe = batch[:, None] * dataset.m_items + top_items
+            at = np.minimum(np.searchsorted(test_keys, probe), test_keys.size - 1)
+            hits = (test_keys[at] == probe).astype(np.float64)
+            sizes = test_sizes_all[batch]
+            for i, k in enumerate(topks):
+                ret = utils.RecallPrecision_ATk(sizes, hits, k)
+                results["precision"][i] += ret["precision"]
+                results["recall"][i] += ret["recall"]
+                results["ndcg"][i] += utils.NDCGatK_r(sizes, hits, k)
+            bar.update(len(batch))
+    bar.close()
+    devices.synchronize(device)
+    for key in results:
+        results[key] /= float(len(users))
+    return results

@@ -1,0 +1,1 @@
+"""LightGCN training package (run as `cd code && python3 main.py`)."""
