@@ -97,7 +97,7 @@ def run(config):
         graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels,
                                         n_threads=torch.get_num_threads(), n_folds=config.a_fold if config.a_split else 1)
     model = register.build_model(config, dataset, graph).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = register.build_optimizer(config, model.parameters(), device)
     sampler, sampler_note = utils.make_sampler(dataset.UserItemNet)
     print(config_block(config, dataset, device, graph, sampler_note))
 

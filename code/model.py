@@ -78,10 +78,10 @@ class LightGCN(BasicModel):
         """Final embeddings of the batch (users, pos, neg) and their layer-0 ones."""
         rows = torch.cat([users, pos + self.num_users, neg + self.num_users])
         graph = self.graph.dropped(self.keep_prob) if (self.dropout and self.training) else self.graph
-        final = propagation.propagate_rows(graph, self.layer0(), self.n_layers, rows)
+        final, emb0 = propagation.propagate_rows(graph, self.embedding_user.weight,
+                                                 self.embedding_item.weight, self.n_layers, rows)
         b = len(users)
-        return (final[:b], final[b:2 * b], final[2 * b:],
-                self.embedding_user(users), self.embedding_item(pos), self.embedding_item(neg))
+        return final[:b], final[b:2 * b], final[2 * b:], emb0[:b], emb0[b:2 * b], emb0[2 * b:]
 
     def bpr_loss(self, users, pos, neg):
         return _bpr(*self.getEmbedding(users, pos, neg))

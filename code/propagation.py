@@ -51,12 +51,14 @@ class SparseGraph:
         bounds = np.linspace(0, csr.shape[0], self.n_folds + 1).astype(np.int64)
         return [_torch_sparse(csr[lo:hi], self.device) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
-    # -- products. x: (n, d) float32 contiguous tensors on self.device.
-    def mm(self, x, transpose=False, acc=None):
+    # -- products. x: (n, d) float32 contiguous tensors on self.device. `out`, when
+    # given, receives the result (the kernels reuse buffers instead of allocating 18 MB
+    # tables per product, whose page faults cost as much as a product on gowalla).
+    def mm(self, x, transpose=False, acc=None, out=None):
         """A_hat @ x (A_hat^T @ x when transpose); acc += result when acc is given."""
         mat = self._at if transpose else self._a
         if self.kernels is not None:
-            out = torch.empty_like(x)
+            out = torch.empty_like(x) if out is None else out
             self.kernels.spmm(*mat, x.numpy(), None, out.numpy(),
                               None if acc is None else acc.numpy(), self.n_threads)
             return out
@@ -71,17 +73,25 @@ class SparseGraph:
             out = x.new_empty((rows.numel(), x.shape[1]))
             self.kernels.spmm(*self._a, x.numpy(), rows.numpy(), out.numpy(), None, self.n_threads)
             return out
-        return self.mm(x)[rows]
+        return self.mm(x).index_select(0, rows)
 
-    def mm_t_from_rows(self, rows, g):
+    def mm_t_from_rows(self, rows, g, out=None):
         """A_hat^T @ G where G is zero except G[rows] = g (rows unique)."""
         if self.kernels is not None:
-            out = g.new_zeros(self.shape[0], g.shape[1])
+            out = g.new_zeros(self.shape[0], g.shape[1]) if out is None else out.zero_()
             self.kernels.scatter_rows(*self._a, rows.numpy(), g.numpy(), out.numpy())
             return out
         dense = g.new_zeros(self.shape[0], g.shape[1])
         dense[rows] = g
         return self.mm(dense, transpose=True)
+
+    def workspace(self, like, count=2):
+        """`count` reusable (n, d) buffers of like's dtype and device."""
+        key = (like.shape[1], like.dtype, like.device)
+        if getattr(self, "_workspace_key", None) != key:
+            self._workspace = [like.new_empty(self.shape[0], like.shape[1]) for _ in range(count)]
+            self._workspace_key = key
+        return self._workspace
 
     def dropped(self, keep_prob, generator=None):
         """A copy with each edge kept with probability keep_prob and rescaled by
@@ -132,36 +142,54 @@ def propagate(graph, emb0, n_layers):
 
 
 class _PropagateRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, emb0, graph, n_layers, rows):
-        x = emb0.detach().contiguous()
-        acc = x[rows]
-        for _ in range(n_layers - 1):
-            x = graph.mm(x)
-            acc += x[rows]
-        if n_layers > 0:
-            acc += graph.mm_rows(x, rows)
-        ctx.graph, ctx.n_layers = graph, n_layers
-        ctx.save_for_backward(rows)
-        return acc / (n_layers + 1)
+    """(final embeddings, layer-0 embeddings) at `rows`, from the user and item tables.
+
+    Returning the layer-0 rows too lets the L2 term reuse this gather, and its gradient
+    joins the propagated one in a single table instead of three dense embedding
+    gradients added together."""
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def forward(ctx, user_w, item_w, graph, n_layers, rows):
+        n_users = user_w.shape[0]
+        cur, nxt = graph.workspace(user_w)
+        cur[:n_users].copy_(user_w)
+        cur[n_users:].copy_(item_w)
+        emb0_rows = cur.index_select(0, rows)
+        acc = emb0_rows.clone()
+        for _ in range(n_layers - 1):
+            graph.mm(cur, out=nxt)
+            cur, nxt = nxt, cur
+            acc += cur.index_select(0, rows)
+        if n_layers > 0:
+            acc += graph.mm_rows(cur, rows)
+        ctx.graph, ctx.n_layers, ctx.n_users = graph, n_layers, n_users
+        ctx.save_for_backward(rows)
+        return acc / (n_layers + 1), emb0_rows
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_emb0_rows):
         (rows,) = ctx.saved_tensors
         graph, n_layers = ctx.graph, ctx.n_layers
         grad_out = grad_out.contiguous() / (n_layers + 1)
         unique, inverse = torch.unique(rows, return_inverse=True)
         g = grad_out.new_zeros(unique.numel(), grad_out.shape[1]).index_add_(0, inverse, grad_out)
-        grad = grad_out.new_zeros(graph.shape[0], grad_out.shape[1])
-        grad[unique] = g
+        # grad = G + A^T G + (A^T)^2 G + ... ; the first product only touches G's rows.
         if n_layers > 0:
-            x = graph.mm_t_from_rows(unique, g)
-            grad += x
+            cur, nxt = graph.workspace(grad_out)
+            cur = graph.mm_t_from_rows(unique, g, out=cur)
+            grad = cur.clone()
             for _ in range(n_layers - 1):
-                x = graph.mm(x, transpose=True, acc=grad)
-        return grad, None, None, None
+                graph.mm(cur, transpose=True, acc=grad, out=nxt)
+                cur, nxt = nxt, cur
+        else:
+            grad = grad_out.new_zeros(graph.shape[0], grad_out.shape[1])
+        grad.index_add_(0, unique, g)
+        if grad_emb0_rows is not None:
+            grad.index_add_(0, rows, grad_emb0_rows)
+        return grad[:ctx.n_users], grad[ctx.n_users:], None, None, None
 
 
-def propagate_rows(graph, emb0, n_layers, rows):
-    """Differentiable mean of layers 0..K at `rows` only (a 1-D int64 tensor)."""
-    return _PropagateRows.apply(emb0, graph, n_layers, rows)
+def propagate_rows(graph, user_w, item_w, n_layers, rows):
+    """Differentiable (mean of layers 0..K, layer 0) at `rows` only (a 1-D int64 tensor
+    of node ids: users first, then items offset by the number of users)."""
+    return _PropagateRows.apply(user_w, item_w, graph, n_layers, rows)

@@ -1,7 +1,7 @@
 /*
 <%
-setup_pybind11(cfg)
 cfg['compiler_args'] = ['-std=c++17', '-O3']
+setup_pybind11(cfg)
 %>
 */
 // BPR triple sampler (user, positive item, negative item) for one epoch.
