@@ -179,9 +179,7 @@ def run(config):
         return False
 
     if start_epoch == 0 or start_epoch % config.test_every:
-        improved = test(start_epoch)
-        if improved and start_epoch == 0 and config.epochs == 0:
-            save_state(0)
+        test(start_epoch)
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,

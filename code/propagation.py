@@ -17,6 +17,8 @@ Two backends do the sparse products: the C++ kernels of sources/spmm.cpp on the 
 sparse CSR/COO products on any device (CUDA, NPU, or the CPU when the kernels cannot
 be built). Both compute the same numbers up to float32 summation order.
 """
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -62,10 +64,12 @@ class SparseGraph:
             self.kernels.spmm(*mat, x.numpy(), None, out.numpy(),
                               None if acc is None else acc.numpy(), self.n_threads)
             return out
-        out = torch.cat([torch.sparse.mm(fold, x) for fold in mat]) if len(mat) > 1 else torch.sparse.mm(mat[0], x)
+        result = torch.cat([torch.sparse.mm(fold, x) for fold in mat]) if len(mat) > 1 else torch.sparse.mm(mat[0], x)
+        if out is not None:
+            result = out.copy_(result)
         if acc is not None:
-            acc += out
-        return out
+            acc += result
+        return result
 
     def mm_rows(self, x, rows):
         """(A_hat @ x)[rows] for a 1-D int64 tensor of rows."""
@@ -83,7 +87,7 @@ class SparseGraph:
             return out
         dense = g.new_zeros(self.shape[0], g.shape[1])
         dense[rows] = g
-        return self.mm(dense, transpose=True)
+        return self.mm(dense, transpose=True, out=out)
 
     def workspace(self, like, count=2):
         """`count` reusable (n, d) buffers of like's dtype and device."""
@@ -112,10 +116,12 @@ class SparseGraph:
 
 def _torch_sparse(csr, device):
     if device.type in ("cpu", "cuda"):
-        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
-                                       torch.from_numpy(csr.indices.astype(np.int64)),
-                                       torch.from_numpy(csr.data.astype(np.float32)),
-                                       size=csr.shape).to(device)
+        with warnings.catch_warnings():  # "CSR support is in beta": known, and tested here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
+                                           torch.from_numpy(csr.indices.astype(np.int64)),
+                                           torch.from_numpy(csr.data.astype(np.float32)),
+                                           size=csr.shape, check_invariants=False).to(device)
     # Other backends (Ascend NPU) implement sparse products for COO tensors.
     coo = csr.tocoo()
     index = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))

@@ -120,7 +120,7 @@ def load_extension(name, sources_dir=world.SOURCES_PATH):
         return None, f"cppimport is not installed ({exc})"
     try:
         return cppimport.imp_from_filepath(path, name), None
-    except Exception as exc:  # compiler missing or failing, or a broken build: report it
+    except (Exception, SystemExit) as exc:  # compiler missing or failing (setuptools exits): report it
         first = str(exc).strip().splitlines()
         return None, f"{type(exc).__name__}: {first[-1] if first else 'build failed'}"
 
