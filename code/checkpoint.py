@@ -25,9 +25,15 @@ class CheckpointError(Exception):
 
 
 def save(path, state):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write atomically; on failure (disk full, ...) the previous file is kept and
+    CheckpointError says so."""
     state = dict(state, format=FORMAT)
-    utils.atomic_write(path, lambda handle: torch.save(state, handle))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        utils.atomic_write(path, lambda handle: torch.save(state, handle))
+    except OSError as exc:
+        kept = "the previous checkpoint is kept" if os.path.exists(path) else "nothing was written"
+        raise CheckpointError(f"cannot write {path} ({exc.strerror or exc}); {kept}") from None
 
 
 def load(path):

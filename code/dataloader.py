@@ -48,6 +48,7 @@ ID_LIST_FILES = ["user_list.txt", "item_list.txt"]
 # A dataset whose largest id is far above its count of distinct ids would make the
 # dense embedding tables explode; such ids must be remapped by the user first.
 MAX_ID_SLACK = 1_000_000
+ID_LIMIT = 2**62
 MIRROR_ENV = "LIGHTGCN_MIRROR"
 GRAPH_CACHE = "s_pre_adj_mat.npz"
 GRAPH_FORMAT = "lightgcn-norm-adj-v1"
@@ -88,6 +89,8 @@ def read_user_lines(path):
                     ids = [int(t) for t in parts]
                 except ValueError:
                     ids = [_parse_int(t, path, lineno) for t in parts]
+                if max(ids) >= ID_LIMIT:
+                    raise DataError(f"{path}:{lineno}: id {max(ids)} is too large (ids must be below 2^62)")
                 users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
                 items.append(np.asarray(ids[1:], dtype=np.int64))
                 lines.append(np.full(len(ids) - 1, lineno, dtype=np.int64))
@@ -120,6 +123,8 @@ def read_pair_lines(path, one_based=True):
                     raise DataError(f"{path}:{lineno}: expected 'user item [weight]', got {line.strip()!r}")
                 u = _parse_int(parts[0], path, lineno) - offset
                 i = _parse_int(parts[1], path, lineno) - offset
+                if max(u, i) >= ID_LIMIT:
+                    raise DataError(f"{path}:{lineno}: id {max(u, i) + offset} is too large (ids must be below 2^62)")
                 users.append(u)
                 items.append(i)
                 lines.append(lineno)
@@ -131,13 +136,13 @@ def read_pair_lines(path, one_based=True):
             np.asarray(lines, dtype=np.int64))
 
 
-def _check_ids(path, users, items, lines, smallest):
+def _check_ids(path, users, items, lines, offset):
+    """Ids (already shifted down by `offset`, the file's first id) must be >= 0."""
     for name, ids in (("user", users), ("item", items)):
-        if ids.size and ids.min() < smallest:
+        if ids.size and ids.min() < 0:
             at = int(np.argmin(ids))
-            shown = int(ids[at]) + (1 - smallest)
-            raise DataError(f"{path}:{lines[at]}: {name} id {shown} is below the smallest "
-                            f"allowed id {1 - smallest}")
+            raise DataError(f"{path}:{lines[at]}: {name} id {int(ids[at]) + offset} is below the "
+                            f"smallest allowed id {offset}")
 
 
 def _check_id_range(name, ids_train, ids_test, path):
@@ -319,12 +324,12 @@ class LastFM(BasicDataset):
         trust_file = os.path.join(path, "trustnetwork.txt")
         tr_u, tr_i, tr_l = read_pair_lines(train_file)
         te_u, te_i, te_l = read_pair_lines(test_file)
-        _check_ids(train_file, tr_u, tr_i, tr_l, 0)
-        _check_ids(test_file, te_u, te_i, te_l, 0)
+        _check_ids(train_file, tr_u, tr_i, tr_l, 1)
+        _check_ids(test_file, te_u, te_i, te_l, 1)
         super().__init__(name, path, (tr_u, tr_i, train_file), (te_u, te_i, test_file), log=log)
         if os.path.exists(trust_file):
             a, b, lines = read_pair_lines(trust_file)
-            _check_ids(trust_file, a, b, lines, 0)
+            _check_ids(trust_file, a, b, lines, 1)
             if a.size and max(a.max(), b.max()) >= self.n_users:
                 raise DataError(f"{trust_file}: user id {int(max(a.max(), b.max())) + 1} exceeds "
                                 f"the {self.n_users} users of data1.txt/test1.txt")

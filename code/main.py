@@ -104,7 +104,7 @@ def run(config):
     weight_file = utils.getFileName(config)
     best_file = weight_file.replace(".pth.tar", "-best.pth.tar")
     csv_file = weight_file.replace(".pth.tar", ".csv")
-    start_epoch, best, elapsed0 = 0, {"recall": -1.0, "epoch": -1}, 0.0
+    start_epoch, best, elapsed0 = 0, {"recall": -1.0, "epoch": -1, "bad_tests": 0}, 0.0
     if config.pretrain:
         source = config.pretrain_file or weight_file
         try:
@@ -149,16 +149,18 @@ def run(config):
     stop.install()
     run_start = time.time() - elapsed0
     last_loss = float("nan")
-    bad_tests = 0
 
-    def save_state(epoch):
-        checkpoint.save(weight_file, {
+    def save_state(epoch, also_best=False):
+        state = {
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "config": {k: getattr(config, k) for k in checkpoint.MATCH_KEYS} | {"args": vars(config)},
-            "best": best, "rng": checkpoint.rng_state(), "elapsed_s": time.time() - run_start})
+            "best": best, "rng": checkpoint.rng_state(), "elapsed_s": time.time() - run_start}
+        checkpoint.save(weight_file, state)
+        if also_best:
+            checkpoint.save(best_file, state)
 
     def test(epoch):
-        nonlocal best, bad_tests
+        nonlocal best
         world.cprint("[TEST]")
         results = Procedure.Test(dataset, model, config, device, progress=progress)
         print(results)
@@ -172,21 +174,22 @@ def run(config):
             csv.DictWriter(handle, columns).writerow(row)
         recall = float(results["recall"][0])
         if recall > best["recall"]:
-            best = {"recall": recall, "epoch": epoch}
-            bad_tests = 0
+            best = {"recall": recall, "epoch": epoch, "bad_tests": 0}
             return True
-        bad_tests += 1
+        best["bad_tests"] = best.get("bad_tests", 0) + 1
         return False
 
-    if start_epoch == 0 or start_epoch % config.test_every:
+    # A test before training; a resumed run tests again only if it has nothing to train.
+    if start_epoch == 0 or start_epoch >= config.epochs:
         test(start_epoch)
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
                                            stop_requested=stop, progress=progress)
         if out is None:
-            print(f"interrupted during epoch {epoch + 1}: it was abandoned; {weight_file} holds the "
-                  f"last completed epoch ({epoch}); resume with --load 1")
+            held = (f"{weight_file} holds the last completed epoch ({epoch}); resume with --load 1"
+                    if epoch > 0 else "no epoch was completed, so no checkpoint was written")
+            print(f"interrupted during epoch {epoch + 1}: it was abandoned; {held}")
             return stop.exit_code()
         last_loss, info = out
         devices.synchronize(device)
@@ -196,11 +199,9 @@ def run(config):
             writer.add_scalar("BPRLoss", last_loss, epoch + 1)
         if (epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs:
             improved = test(epoch + 1)
-            save_state(epoch + 1)
-            if improved:
-                checkpoint.save(best_file, torch.load(weight_file, weights_only=False))
-            if config.stopping_step and bad_tests >= config.stopping_step:
-                print(f"early stop: recall@{config.topks[0]} has not improved for {bad_tests} tests "
+            save_state(epoch + 1, also_best=improved)
+            if config.stopping_step and best["bad_tests"] >= config.stopping_step:
+                print(f"early stop: recall@{config.topks[0]} has not improved for {best['bad_tests']} tests "
                       f"(best {best['recall']:.4f} at epoch {best['epoch']})")
                 break
         else:
