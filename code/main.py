@@ -150,11 +150,14 @@ def run(config):
     run_start = time.time() - elapsed0
     last_loss = float("nan")
 
-    def save_state(epoch, also_best=False):
-        state = {
+    def make_state(epoch):
+        return {
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "config": {k: getattr(config, k) for k in checkpoint.MATCH_KEYS} | {"args": vars(config)},
             "best": best, "rng": checkpoint.rng_state(), "elapsed_s": time.time() - run_start}
+
+    def save_state(epoch, also_best=False):
+        state = make_state(epoch)
         checkpoint.save(weight_file, state)
         if also_best:
             checkpoint.save(best_file, state)
@@ -181,7 +184,9 @@ def run(config):
 
     # A test before training; a resumed run tests again only if it has nothing to train.
     if start_epoch == 0 or start_epoch >= config.epochs:
-        test(start_epoch)
+        improved = test(start_epoch)
+        if improved and start_epoch < config.epochs:
+            checkpoint.save(best_file, make_state(start_epoch))  # the initial model may stay the best
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
