@@ -9,12 +9,13 @@ import ranking
 import utils
 
 
-def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
+def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device, precision=None,
                        stop_requested=lambda: False, progress=True):
     """Train one epoch on as many sampled (user, pos, neg) triples as there are training
     interactions. Returns (mean loss, timing text) or None when stop_requested() turned
     true: then the epoch is abandoned after the batch in flight."""
     model.train()
+    precision = precision or devices.Precision(device)
     timer = utils.Timer()
     with timer.time("Sample"):
         # The draws are i.i.d. over users, so their order is already random: no shuffle.
@@ -25,11 +26,10 @@ def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device
     loss_sum = torch.zeros((), device=device)
     bar = utils.Progress(n_batches, desc=f"epoch {epoch + 1}", unit="batches", enabled=progress)
     for batch_users, batch_pos, batch_neg in utils.minibatch(users, pos, neg, batch_size=config.bpr_batch):
-        loss, reg_loss = model.bpr_loss(batch_users, batch_pos, batch_neg)
+        with precision.autocast():
+            loss, reg_loss = model.bpr_loss(batch_users, batch_pos, batch_neg)
         loss = loss + config.decay * reg_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        precision.backward_step(loss, optimizer)
         loss_sum += loss.detach()
         bar.update()
         if stop_requested():
@@ -40,7 +40,7 @@ def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device
     return aver_loss, f"loss{aver_loss:.3f}-{timer.dict()}"
 
 
-def Test(dataset, model, config, device, progress=True):
+def Test(dataset, model, config, device, precision=None, progress=True):
     """precision, recall and NDCG at every k of config.topks, averaged over test users,
     with training items excluded; the model is propagated once."""
     model.eval()
@@ -55,7 +55,8 @@ def Test(dataset, model, config, device, progress=True):
     test_sizes_all = np.diff(test.indptr)
     batch_size = min(config.testbatch, max(1, len(users)))
     bar = utils.Progress(len(users), desc="test", unit="users", enabled=progress)
-    with torch.no_grad():
+    precision = precision or devices.Precision(device)
+    with torch.no_grad(), precision.autocast():
         user_emb, item_emb = model.computer()
         for batch, top_items, _ in ranking.top_k(user_emb, item_emb, users, dataset.UserItemNet,
                                                  max_k, batch_size):

@@ -47,12 +47,13 @@ def fail(message, code=1):
     return code
 
 
-def config_block(config, dataset, device, graph, sampler_note):
+def config_block(config, dataset, device, graph, sampler_note, precision, optimizer):
     lines = ["=" * 20 + " config " + "=" * 20]
     for key in ("dataset", "model", "recdim", "layer", "lr", "decay", "bpr_batch", "epochs",
                 "dropout", "keepprob", "topks", "testbatch", "test_every", "seed", "path", "data_path"):
         lines.append(f"{key}: {getattr(config, key)}")
     lines.append(f"device: {device}, threads: {torch.get_num_threads()}")
+    lines.append(f"optimizer: {type(optimizer).__name__}, {precision.describe()}")
     lines.append(f"users: {dataset.n_users}, items: {dataset.m_items}, "
                  f"train: {dataset.trainDataSize}, test: {dataset.testDataSize}")
     if graph is not None:
@@ -97,9 +98,10 @@ def run(config):
         graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels,
                                         n_threads=torch.get_num_threads(), n_folds=config.a_fold if config.a_split else 1)
     model = register.build_model(config, dataset, graph).to(device)
-    optimizer = register.build_optimizer(config, model.parameters(), device)
     sampler, sampler_note = utils.make_sampler(dataset.UserItemNet)
-    print(config_block(config, dataset, device, graph, sampler_note))
+
+    model, optimizer, precision = devices.build_training(model, config, device)
+    print(config_block(config, dataset, device, graph, sampler_note, precision, optimizer))
 
     weight_file = utils.getFileName(config)
     best_file = weight_file.replace(".pth.tar", "-best.pth.tar")
@@ -165,7 +167,7 @@ def run(config):
     def test(epoch):
         nonlocal best
         world.cprint("[TEST]")
-        results = Procedure.Test(dataset, model, config, device, progress=progress)
+        results = Procedure.Test(dataset, model, config, device, precision, progress=progress)
         print(results)
         row = {"epoch": epoch, "loss": last_loss, "elapsed_s": round(time.time() - run_start, 2)}
         for name in ("precision", "recall", "ndcg"):
@@ -190,7 +192,7 @@ def run(config):
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
-                                           stop_requested=stop, progress=progress)
+                                           precision, stop_requested=stop, progress=progress)
         if out is None:
             held = (f"{weight_file} holds the last completed epoch ({epoch}); resume with --load 1"
                     if epoch > 0 else "no epoch was completed, so no checkpoint was written")

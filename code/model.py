@@ -28,10 +28,13 @@ class BasicModel(nn.Module):
 
 
 def _bpr(users_emb, pos_emb, neg_emb, users0, pos0, neg0):
-    pos_scores = torch.sum(users_emb * pos_emb, dim=1)
-    neg_scores = torch.sum(users_emb * neg_emb, dim=1)
+    # Scores as batched matrix products, which autocast (--amp) runs in low precision;
+    # the loss is taken in float32.
+    pos_scores = (users_emb.unsqueeze(1) @ pos_emb.unsqueeze(2)).view(-1).float()
+    neg_scores = (users_emb.unsqueeze(1) @ neg_emb.unsqueeze(2)).view(-1).float()
     loss = torch.mean(F.softplus(neg_scores - pos_scores))
-    reg_loss = 0.5 * (users0.pow(2).sum() + pos0.pow(2).sum() + neg0.pow(2).sum()) / float(len(users_emb))
+    reg_loss = 0.5 * (users0.float().pow(2).sum() + pos0.float().pow(2).sum()
+                      + neg0.float().pow(2).sum()) / float(len(users_emb))
     return loss, reg_loss
 
 

@@ -128,6 +128,10 @@ def build_parser(prog="main.py"):
                    help="(new) stop after N tests without a better recall@first k (0: off)")
     p.add_argument("--device", type=str, default="auto",
                    help="(new) auto, cpu, cuda[:i] or npu[:i] (auto: NPU, else CUDA, else CPU)")
+    p.add_argument("--amp", type=str, default="auto", choices=["auto", "on", "off"],
+                   help="(new) mixed precision: auto = on for NPU and CUDA, off for CPU")
+    p.add_argument("--optimizer", type=str, default="adam", choices=["adam", "sgd"],
+                   help="(new) adam (the original's) or sgd")
     p.add_argument("--threads", type=_int_in("--threads", 0), default=0,
                    help="(new) CPU threads for torch and the kernels (0: torch's default)")
     return p

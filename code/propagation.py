@@ -90,10 +90,11 @@ class SparseGraph:
         return self.mm(dense, transpose=True, out=out)
 
     def workspace(self, like, count=2):
-        """`count` reusable (n, d) buffers of like's dtype and device."""
-        key = (like.shape[1], like.dtype, like.device)
+        """`count` reusable float32 (n, d) buffers on like's device."""
+        key = (like.shape[1], like.device)
         if getattr(self, "_workspace_key", None) != key:
-            self._workspace = [like.new_empty(self.shape[0], like.shape[1]) for _ in range(count)]
+            self._workspace = [like.new_empty(self.shape[0], like.shape[1], dtype=torch.float32)
+                               for _ in range(count)]
             self._workspace_key = key
         return self._workspace
 
@@ -150,6 +151,9 @@ def propagate(graph, emb0, n_layers):
 class _PropagateRows(torch.autograd.Function):
     """(final embeddings, layer-0 embeddings) at `rows`, from the user and item tables.
 
+    Runs in float32 whatever the tables' dtype (see devices.py on mixed precision);
+    the gradients are returned in the tables' dtype.
+
     Returning the layer-0 rows too lets the L2 term reuse this gather, and its gradient
     joins the propagated one in a single table instead of three dense embedding
     gradients added together."""
@@ -168,7 +172,7 @@ class _PropagateRows(torch.autograd.Function):
             acc += cur.index_select(0, rows)
         if n_layers > 0:
             acc += graph.mm_rows(cur, rows)
-        ctx.graph, ctx.n_layers, ctx.n_users = graph, n_layers, n_users
+        ctx.graph, ctx.n_layers, ctx.n_users, ctx.dtype = graph, n_layers, n_users, user_w.dtype
         ctx.save_for_backward(rows)
         return acc / (n_layers + 1), emb0_rows
 
@@ -176,7 +180,7 @@ class _PropagateRows(torch.autograd.Function):
     def backward(ctx, grad_out, grad_emb0_rows):
         (rows,) = ctx.saved_tensors
         graph, n_layers = ctx.graph, ctx.n_layers
-        grad_out = grad_out.contiguous() / (n_layers + 1)
+        grad_out = grad_out.float().contiguous() / (n_layers + 1)
         unique, inverse = torch.unique(rows, return_inverse=True)
         g = grad_out.new_zeros(unique.numel(), grad_out.shape[1]).index_add_(0, inverse, grad_out)
         # grad = G + A^T G + (A^T)^2 G + ... ; the first product only touches G's rows.
@@ -191,7 +195,8 @@ class _PropagateRows(torch.autograd.Function):
             grad = grad_out.new_zeros(graph.shape[0], grad_out.shape[1])
         grad.index_add_(0, unique, g)
         if grad_emb0_rows is not None:
-            grad.index_add_(0, rows, grad_emb0_rows)
+            grad.index_add_(0, rows, grad_emb0_rows.float())
+        grad = grad.to(ctx.dtype)
         return grad[:ctx.n_users], grad[ctx.n_users:], None, None, None
 
 

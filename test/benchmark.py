@@ -82,15 +82,15 @@ def main():
     graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels,
                                     n_threads=torch.get_num_threads()) if config.model == "lgn" else None
     model = register.build_model(config, dataset, graph).to(device)
-    optimizer = register.build_optimizer(config, model.parameters(), device)
+    model, optimizer, precision = devices.build_training(model, config, device)
     backend = graph.backend if graph else "none"
     if "train_epoch" in phases:
         epoch = iter(range(10**6))
         report("train_epoch", timed(lambda: Procedure.BPR_train_original(
-            dataset, model, optimizer, sampler, config, next(epoch), device, progress=False),
-            known.runs, device), propagation=backend, device=str(device))
+            dataset, model, optimizer, sampler, config, next(epoch), device, precision, progress=False),
+            known.runs, device), propagation=backend, device=str(device), amp=precision.describe())
     if "test_full" in phases:
-        report("test_full", timed(lambda: Procedure.Test(dataset, model, config, device, progress=False),
+        report("test_full", timed(lambda: Procedure.Test(dataset, model, config, device, precision, progress=False),
                                   known.runs, device), test_users=len(dataset.testUsers), device=str(device))
 
 
