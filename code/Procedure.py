@@ -5,12 +5,13 @@ import numpy as np
 import torch
 
 import devices
+import distributed
 import ranking
 import utils
 
 
 def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device, precision=None,
-                       stop_requested=lambda: False, progress=True):
+                       stop_requested=lambda: False, progress=True, context=distributed.Single()):
     """Train one epoch on as many sampled (user, pos, neg) triples as there are training
     interactions. Returns (mean loss, timing text) or None when stop_requested() turned
     true: then the epoch is abandoned after the batch in flight."""
@@ -21,39 +22,45 @@ def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device
         # The draws are i.i.d. over users, so their order is already random: no shuffle.
         triples = sampler.sample(utils.epoch_key(config.seed, epoch), dataset.trainDataSize)
     triples = torch.from_numpy(triples).to(device)
-    users, pos, neg = triples[:, 0], triples[:, 1], triples[:, 2]
-    n_batches = (len(users) + config.bpr_batch - 1) // config.bpr_batch
+    n_batches = (len(triples) + config.bpr_batch - 1) // config.bpr_batch
     loss_sum = torch.zeros((), device=device)
     bar = utils.Progress(n_batches, desc=f"epoch {epoch + 1}", unit="batches", enabled=progress)
-    for batch_users, batch_pos, batch_neg in utils.minibatch(users, pos, neg, batch_size=config.bpr_batch):
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for batch in utils.minibatch(triples, batch_size=config.bpr_batch):
+        batch = context.shard(batch)  # this rank's rows of the global batch
         with precision.autocast():
-            loss, reg_loss = model.bpr_loss(batch_users, batch_pos, batch_neg)
+            loss, reg_loss = model.bpr_loss(batch[:, 0], batch[:, 1], batch[:, 2])
         loss = loss + config.decay * reg_loss
-        precision.backward_step(loss, optimizer)
+        precision.backward_step(loss, optimizer, before_step=lambda: context.average_gradients(params))
         loss_sum += loss.detach()
         bar.update()
-        if stop_requested():
+        stop = stop_requested()
+        if context.world_size > 1:  # every rank must leave at the same batch
+            stop = context.sum(torch.tensor([float(stop)])).item() > 0
+        if stop:
             bar.close()
             return None
     bar.close()
-    aver_loss = loss_sum.item() / n_batches
+    aver_loss = context.sum(loss_sum).item() / (n_batches * context.world_size)
     return aver_loss, f"loss{aver_loss:.3f}-{timer.dict()}"
 
 
-def Test(dataset, model, config, device, precision=None, progress=True):
+def Test(dataset, model, config, device, precision=None, progress=True, context=distributed.Single()):
     """precision, recall and NDCG at every k of config.topks, averaged over test users,
-    with training items excluded; the model is propagated once."""
+    with training items excluded; the model is propagated once. Under torchrun each
+    rank ranks its share of the users and the sums are added up."""
     model.eval()
     topks = list(config.topks)
     max_k = max(topks)
     results = {"precision": np.zeros(len(topks)), "recall": np.zeros(len(topks)),
                "ndcg": np.zeros(len(topks))}
-    users = dataset.testUsers
+    n_test_users = len(dataset.testUsers)
+    users = distributed.split_users(dataset.testUsers, context)
     test = dataset.test_csr
     test_keys = np.repeat(np.arange(dataset.n_users, dtype=np.int64), np.diff(test.indptr)) \
         * dataset.m_items + test.indices
     test_sizes_all = np.diff(test.indptr)
-    batch_size = min(config.testbatch, max(1, len(users)))
+    batch_size = max(1, min(config.testbatch, len(users)))
     bar = utils.Progress(len(users), desc="test", unit="users", enabled=progress)
     precision = precision or devices.Precision(device)
     with torch.no_grad(), precision.autocast():
@@ -72,6 +79,10 @@ def Test(dataset, model, config, device, precision=None, progress=True):
             bar.update(len(batch))
     bar.close()
     devices.synchronize(device)
+    if context.world_size > 1:
+        sums = context.sum(torch.tensor(np.stack([results[k] for k in ("precision", "recall", "ndcg")]),
+                                        dtype=torch.float64, device=device))
+        results = dict(zip(("precision", "recall", "ndcg"), sums.cpu().numpy()))
     for key in results:
-        results[key] /= float(len(users))
+        results[key] = results[key] / float(n_test_users)
     return results

@@ -106,18 +106,23 @@ class Precision:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def backward_step(self, loss, optimizer):
+    def backward_step(self, loss, optimizer, before_step=lambda: None):
+        """zero_grad, (scaled) backward, before_step() (the gradient all-reduce of
+        data-parallel runs), optimizer step."""
         optimizer.zero_grad(set_to_none=True)
         if self.apex_amp is not None:
             with self.apex_amp.scale_loss(loss, optimizer) as scaled:
                 scaled.backward()
+            before_step()
             optimizer.step()
         elif self.scaler is not None:
             self.scaler.scale(loss).backward()
+            before_step()
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            before_step()
             optimizer.step()
 
     def describe(self):

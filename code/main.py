@@ -11,6 +11,7 @@ import torch
 import checkpoint
 import dataloader
 import devices
+import distributed
 import parse
 import Procedure
 import propagation
@@ -47,12 +48,14 @@ def fail(message, code=1):
     return code
 
 
-def config_block(config, dataset, device, graph, sampler_note, precision, optimizer):
+def config_block(config, dataset, device, graph, sampler_note, precision, optimizer, context):
     lines = ["=" * 20 + " config " + "=" * 20]
     for key in ("dataset", "model", "recdim", "layer", "lr", "decay", "bpr_batch", "epochs",
                 "dropout", "keepprob", "topks", "testbatch", "test_every", "seed", "path", "data_path"):
         lines.append(f"{key}: {getattr(config, key)}")
-    lines.append(f"device: {device}, threads: {torch.get_num_threads()}")
+    lines.append(f"device: {device}, threads: {torch.get_num_threads()}"
+                 + (f", ranks: {context.world_size} (torchrun, {distributed.BACKENDS.get(device.type, 'gloo')})"
+                    if context.world_size > 1 else ""))
     lines.append(f"optimizer: {type(optimizer).__name__}, {precision.describe()}")
     lines.append(f"users: {dataset.n_users}, items: {dataset.m_items}, "
                  f"train: {dataset.trainDataSize}, test: {dataset.testDataSize}")
@@ -75,9 +78,12 @@ def run(config):
     if config.threads:
         torch.set_num_threads(config.threads)
     utils.set_seed(config.seed)
-    progress = sys.stderr.isatty()
-    device = devices.select_device(getattr(config, "device", "auto"))
+    context, device = distributed.setup(config.device)
     devices.set_device(device)
+    if not context.is_main:  # rank 0 alone prints, writes tensorboard, the CSV and checkpoints
+        sys.stdout = open(os.devnull, "w")
+        config.tensorboard = 0
+    progress = sys.stderr.isatty() and context.is_main
 
     dataset = register.load_dataset(config.dataset, config.data_path, progress=progress)
     if max(config.topks) > dataset.m_items:
@@ -101,7 +107,7 @@ def run(config):
     sampler, sampler_note = utils.make_sampler(dataset.UserItemNet)
 
     model, optimizer, precision = devices.build_training(model, config, device)
-    print(config_block(config, dataset, device, graph, sampler_note, precision, optimizer))
+    print(config_block(config, dataset, device, graph, sampler_note, precision, optimizer, context))
 
     weight_file = utils.getFileName(config)
     best_file = weight_file.replace(".pth.tar", "-best.pth.tar")
@@ -138,14 +144,15 @@ def run(config):
         writer = SummaryWriter(os.path.join(world.BOARD_PATH, time.strftime("%m-%d-%Hh%Mm%Ss-") + "-" + config.comment))
 
     columns = csv_columns(config.topks)
-    os.makedirs(config.path, exist_ok=True)
-    kept_rows = []
-    if start_epoch > 0 and os.path.exists(csv_file):
-        with open(csv_file, newline="") as handle:
-            kept_rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= start_epoch]
-    with open(csv_file, "w", newline="") as handle:
-        csv.DictWriter(handle, columns).writeheader()
-        csv.DictWriter(handle, columns).writerows(kept_rows)
+    if context.is_main:
+        os.makedirs(config.path, exist_ok=True)
+        kept_rows = []
+        if start_epoch > 0 and os.path.exists(csv_file):
+            with open(csv_file, newline="") as handle:
+                kept_rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= start_epoch]
+        with open(csv_file, "w", newline="") as handle:
+            csv.DictWriter(handle, columns).writeheader()
+            csv.DictWriter(handle, columns).writerows(kept_rows)
 
     stop = StopRequest()
     stop.install()
@@ -159,6 +166,8 @@ def run(config):
             "best": best, "rng": checkpoint.rng_state(), "elapsed_s": time.time() - run_start}
 
     def save_state(epoch, also_best=False):
+        if not context.is_main:
+            return
         state = make_state(epoch)
         checkpoint.save(weight_file, state)
         if also_best:
@@ -167,7 +176,7 @@ def run(config):
     def test(epoch):
         nonlocal best
         world.cprint("[TEST]")
-        results = Procedure.Test(dataset, model, config, device, precision, progress=progress)
+        results = Procedure.Test(dataset, model, config, device, precision, progress=progress, context=context)
         print(results)
         row = {"epoch": epoch, "loss": last_loss, "elapsed_s": round(time.time() - run_start, 2)}
         for name in ("precision", "recall", "ndcg"):
@@ -175,8 +184,9 @@ def run(config):
                 row[f"{name}@{k}"] = float(value)
                 if writer:
                     writer.add_scalar(f"Test/{name}@{k}", float(value), epoch)
-        with open(csv_file, "a", newline="") as handle:
-            csv.DictWriter(handle, columns).writerow(row)
+        if context.is_main:
+            with open(csv_file, "a", newline="") as handle:
+                csv.DictWriter(handle, columns).writerow(row)
         recall = float(results["recall"][0])
         if recall > best["recall"]:
             best = {"recall": recall, "epoch": epoch, "bad_tests": 0}
@@ -187,12 +197,12 @@ def run(config):
     # A test before training; a resumed run tests again only if it has nothing to train.
     if start_epoch == 0 or start_epoch >= config.epochs:
         improved = test(start_epoch)
-        if improved and start_epoch < config.epochs:
+        if improved and start_epoch < config.epochs and context.is_main:
             checkpoint.save(best_file, make_state(start_epoch))  # the initial model may stay the best
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
-                                           precision, stop_requested=stop, progress=progress)
+                                           precision, stop_requested=stop, progress=progress, context=context)
         if out is None:
             held = (f"{weight_file} holds the last completed epoch ({epoch}); resume with --load 1"
                     if epoch > 0 else "no epoch was completed, so no checkpoint was written")
@@ -218,6 +228,7 @@ def run(config):
             return stop.exit_code()
     if writer:
         writer.close()
+    context.close()
     return 0
 
 
@@ -240,6 +251,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except distributed.PeerError as exc:
+        return fail(str(exc))
 
 
 if __name__ == "__main__":
