@@ -41,7 +41,7 @@ def load(path):
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
-    except FileNotFoundError:
+    except FileNotFoundError:  # the caller decides: a fresh start or an error
         raise
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None

@@ -87,8 +87,8 @@ def run(config):
 
     dataset = register.load_dataset(config.dataset, config.data_path, progress=progress)
     if max(config.topks) > dataset.m_items:
-        raise parse_error(f"argument --topks: k = {max(config.topks)} exceeds the "
-                          f"{dataset.m_items} items of {config.dataset}")
+        raise parse.ConfigError(f"argument --topks: k = {max(config.topks)} exceeds the "
+                                f"{dataset.m_items} items of {config.dataset}")
     if config.testbatch > len(dataset.testUsers):
         print(f"--testbatch {config.testbatch} is more than the {len(dataset.testUsers)} test users: "
               f"testing them in one batch")
@@ -232,19 +232,11 @@ def run(config):
     return 0
 
 
-class _ParseError(Exception):
-    pass
-
-
-def parse_error(message):
-    return _ParseError(message)
-
-
 def main(argv=None):
     config = parse.parse_args(argv)
     try:
         return run(config)
-    except _ParseError as exc:
+    except parse.ConfigError as exc:
         return fail(str(exc), 2)
     except (dataloader.DataError, checkpoint.CheckpointError, devices.DeviceError) as exc:
         return fail(str(exc))

@@ -8,6 +8,10 @@ import sys
 import world
 
 
+class ConfigError(Exception):
+    """A flag value that only the data can show to be wrong (e.g. k > items)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """Reports a bad flag in one line (flag, value, what is allowed) and exits 2."""
 
