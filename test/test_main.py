@@ -151,3 +151,20 @@ def test_unknown_dataset_is_one_clear_error(tmp_path):
 def test_testbatch_larger_than_users_is_clamped(tmp_path, planted, capsys):
     assert main.main(small_args(tmp_path, os.path.dirname(planted), "--testbatch", "100000", "--epochs", "0")) == 0
     assert "testing them in one batch" in capsys.readouterr().out
+
+
+def test_without_extensions_torch_backend_and_numpy_sampler_give_the_same_run(tmp_path, planted):
+    """The fallback path (also the one accelerators use) matches the C++ path."""
+    data_path = os.path.dirname(planted)
+    runs = {}
+    for name, env in (("cpp", {}), ("torch", {"LIGHTGCN_NO_EXT": "1"})):
+        proc = run_main(small_args(tmp_path / name, data_path, "--epochs", "6", "--test_every", "3"), env=env)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = proc.stdout
+    assert "propagation: C++ CSR kernels" in runs["cpp"] and "sampler: C++ extension" in runs["cpp"]
+    assert "C++ propagation kernels unavailable (LIGHTGCN_NO_EXT is set): using torch sparse products" in runs["torch"]
+    assert "sampler: numpy (the C++ extension is unavailable: LIGHTGCN_NO_EXT is set)" in runs["torch"]
+    loss = lambda out: [float(m.group(3)) for m in map(EPOCH_LINE.match, out.splitlines()) if m]
+    assert loss(runs["cpp"]) == pytest.approx(loss(runs["torch"]), abs=2e-3)
+    for a, b in zip(test_results(runs["cpp"]), test_results(runs["torch"])):
+        assert a["recall"] == pytest.approx(b["recall"], abs=0.02)
