@@ -56,18 +56,21 @@ class SparseGraph:
     # -- products. x: (n, d) float32 contiguous tensors on self.device. `out`, when
     # given, receives the result (the kernels reuse buffers instead of allocating 18 MB
     # tables per product, whose page faults cost as much as a product on gowalla).
-    def mm(self, x, transpose=False, acc=None, out=None):
-        """A_hat @ x (A_hat^T @ x when transpose); acc += result when acc is given."""
+    def mm(self, x, transpose=False, acc=None, out=None, acc_init=False):
+        """A_hat @ x (A_hat^T @ x when transpose); acc += result when acc is given
+        (acc = x + result with acc_init)."""
         mat = self._at if transpose else self._a
         if self.kernels is not None:
             out = torch.empty_like(x) if out is None else out
             self.kernels.spmm(*mat, x.numpy(), None, out.numpy(),
-                              None if acc is None else acc.numpy(), self.n_threads)
+                              None if acc is None else acc.numpy(), self.n_threads, acc_init)
             return out
         result = torch.cat([torch.sparse.mm(fold, x) for fold in mat]) if len(mat) > 1 else torch.sparse.mm(mat[0], x)
         if out is not None:
             result = out.copy_(result)
-        if acc is not None:
+        if acc is not None and acc_init:
+            torch.add(x, result, out=acc)
+        elif acc is not None:
             acc += result
         return result
 
@@ -83,7 +86,7 @@ class SparseGraph:
         """A_hat^T @ G where G is zero except G[rows] = g (rows unique)."""
         if self.kernels is not None:
             out = g.new_zeros(self.shape[0], g.shape[1]) if out is None else out.zero_()
-            self.kernels.scatter_rows(*self._a, rows.numpy(), g.numpy(), out.numpy())
+            self.kernels.scatter_rows(*self._a, rows.numpy(), g.numpy(), out.numpy(), self.n_threads)
             return out
         dense = g.new_zeros(self.shape[0], g.shape[1])
         dense[rows] = g
@@ -187,8 +190,13 @@ class _PropagateRows(torch.autograd.Function):
         if n_layers > 0:
             cur, nxt = graph.workspace(grad_out)
             cur = graph.mm_t_from_rows(unique, g, out=cur)
-            grad = cur.clone()
-            for _ in range(n_layers - 1):
+            if n_layers == 1:
+                grad = cur.clone()
+            else:
+                grad = torch.empty_like(cur)
+                graph.mm(cur, transpose=True, acc=grad, out=nxt, acc_init=True)  # grad = S1 + S2
+                cur, nxt = nxt, cur
+            for _ in range(n_layers - 2):
                 graph.mm(cur, transpose=True, acc=grad, out=nxt)
                 cur, nxt = nxt, cur
         else:

@@ -65,23 +65,25 @@ static inline void row_dot(const int64_t* ptr, const int32_t* idx, const float* 
     }
 }
 
+// acc_init: acc = x + out (saves a copy of x into acc before the first layer's sum).
 template <int D>
 static void rows_range(const int64_t* ptr, const int32_t* idx, const float* val,
                        const float* x, int64_t d, const int64_t* rows, int64_t begin,
-                       int64_t end, float* out, float* acc) {
+                       int64_t end, float* out, float* acc, bool acc_init) {
     for (int64_t r = begin; r < end; ++r) {
         const int64_t row = rows ? rows[r] : r;
         float* o = out + r * d;
         row_dot<D>(ptr, idx, val, x, d, row, o);
         if (acc) {
             float* a = acc + r * d;
-            for (int64_t k = 0; k < d; ++k) a[k] += o[k];
+            const float* base = acc_init ? x + row * d : a;
+            for (int64_t k = 0; k < d; ++k) a[k] = base[k] + o[k];
         }
     }
 }
 
 using RangeFn = void (*)(const int64_t*, const int32_t*, const float*, const float*, int64_t,
-                         const int64_t*, int64_t, int64_t, float*, float*);
+                         const int64_t*, int64_t, int64_t, float*, float*, bool);
 
 static RangeFn pick(int64_t d) {
     switch (d) {
@@ -112,18 +114,16 @@ static std::vector<int64_t> balanced_split(const int64_t* ptr, const int64_t* ro
     return bounds;
 }
 
-static void check_matrix(const i64& indptr, const i32& indices, const f32& values,
-                         const f32& x, int64_t n_rows_out) {
+static void check_matrix(const i32& indices, const f32& values, const f32& x) {
     if (x.ndim() != 2) throw std::invalid_argument("dense operand must be 2-D");
     if (indices.size() != values.size())
         throw std::invalid_argument("indices and values differ in length");
-    (void)indptr;
-    (void)n_rows_out;
 }
 
-// out[r] = (A @ x)[rows[r]] (rows = None: every row); acc += out when acc is given.
+// out[r] = (A @ x)[rows[r]] (rows = None: every row); acc += out when acc is given
+// (acc = x + out with acc_init, for a square A and rows = None).
 static void spmm(i64 indptr, i32 indices, f32 values, f32 x, py::object rows_obj, f32 out,
-                 py::object acc_obj, int n_threads) {
+                 py::object acc_obj, int n_threads, bool acc_init) {
     const int64_t d = x.shape(1);
     const int64_t* rows = nullptr;
     i64 rows_arr;
@@ -133,7 +133,9 @@ static void spmm(i64 indptr, i32 indices, f32 values, f32 x, py::object rows_obj
         rows = rows_arr.data();
         n_rows = rows_arr.size();
     }
-    check_matrix(indptr, indices, values, x, n_rows);
+    check_matrix(indices, values, x);
+    if (acc_init && (rows || x.shape(0) != n_rows))
+        throw std::invalid_argument("acc_init needs a square matrix and every row");
     if (out.ndim() != 2 || out.shape(0) != n_rows || out.shape(1) != d)
         throw std::invalid_argument("output has the wrong shape");
     float* acc = nullptr;
@@ -153,18 +155,22 @@ static void spmm(i64 indptr, i32 indices, f32 values, f32 x, py::object rows_obj
     n_threads = std::max(1, std::min<int>(n_threads, (int)std::max<int64_t>(1, n_rows / 64)));
     py::gil_scoped_release release;
     if (n_threads == 1) {
-        fn(ptr, idx, val, xd, d, rows, 0, n_rows, od, acc);
+        fn(ptr, idx, val, xd, d, rows, 0, n_rows, od, acc, acc_init);
         return;
     }
     std::vector<int64_t> bounds = balanced_split(ptr, rows, n_rows, n_threads);
 #pragma omp parallel for num_threads(n_threads) schedule(static, 1)
     for (int t = 0; t < n_threads; ++t)
-        fn(ptr, idx, val, xd, d, rows, bounds[t], bounds[t + 1], od, acc);
+        fn(ptr, idx, val, xd, d, rows, bounds[t], bounds[t + 1], od, acc, acc_init);
 }
 
-// out += A[:, rows] @ g for symmetric A: row j = rows[r] of A scatters g[r] onto its
-// neighbours. Used for the first backward layer, whose input is zero off the batch rows.
-static void scatter_rows(i64 indptr, i32 indices, f32 values, i64 rows, f32 g, f32 out) {
+// out += A[rows, :]^T @ g: row j = rows[r] of A scatters g[r] onto its columns (for a
+// symmetric A this is A[:, rows] @ g). Used for the first backward layer, whose input is
+// zero off the batch rows. Each thread owns a range of output rows, and finds the part of
+// every scattered row that falls in it by binary search (rows' indices are sorted), so no
+// two threads write the same row.
+static void scatter_rows(i64 indptr, i32 indices, f32 values, i64 rows, f32 g, f32 out,
+                         int n_threads) {
     const int64_t d = g.shape(1);
     if (g.ndim() != 2 || g.shape(0) != rows.size() || out.ndim() != 2 || out.shape(1) != d)
         throw std::invalid_argument("scatter_rows: shapes do not match");
@@ -175,14 +181,25 @@ static void scatter_rows(i64 indptr, i32 indices, f32 values, i64 rows, f32 g, f
     const float* gd = g.data();
     float* od = out.mutable_data();
     const int64_t n = rows.size();
+    const int64_t n_out = out.shape(0);
+    n_threads = std::max(1, n_threads);
+    std::vector<int64_t> bounds = balanced_split(ptr, nullptr, std::min<int64_t>(n_out, indptr.size() - 1),
+                                                 n_threads);
+    bounds[n_threads] = n_out;
     py::gil_scoped_release release;
-    for (int64_t r = 0; r < n; ++r) {
-        const int64_t j = rw[r];
-        const float* gr = gd + r * d;
-        for (int64_t p = ptr[j]; p < ptr[j + 1]; ++p) {
-            const float a = val[p];
-            float* o = od + (int64_t)idx[p] * d;
-            for (int64_t k = 0; k < d; ++k) o[k] += a * gr[k];
+#pragma omp parallel for num_threads(n_threads) schedule(static, 1)
+    for (int t = 0; t < n_threads; ++t) {
+        const int32_t lo = (int32_t)bounds[t], hi = (int32_t)bounds[t + 1];
+        for (int64_t r = 0; r < n; ++r) {
+            const int64_t j = rw[r];
+            const int32_t* first = std::lower_bound(idx + ptr[j], idx + ptr[j + 1], lo);
+            const int32_t* last = std::lower_bound(first, idx + ptr[j + 1], hi);
+            const float* gr = gd + r * d;
+            for (const int32_t* q = first; q < last; ++q) {
+                const float a = val[q - idx];
+                float* o = od + (int64_t)(*q) * d;
+                for (int64_t k = 0; k < d; ++k) o[k] += a * gr[k];
+            }
         }
     }
 }
@@ -190,6 +207,8 @@ static void scatter_rows(i64 indptr, i32 indices, f32 values, i64 rows, f32 g, f
 PYBIND11_MODULE(spmm, m) {
     m.doc() = "CSR sparse-dense products for LightGCN propagation";
     m.def("spmm", &spmm, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"),
-          py::arg("rows"), py::arg("out"), py::arg("acc"), py::arg("n_threads"));
-    m.def("scatter_rows", &scatter_rows);
+          py::arg("rows"), py::arg("out"), py::arg("acc"), py::arg("n_threads"),
+          py::arg("acc_init") = false);
+    m.def("scatter_rows", &scatter_rows, py::arg("indptr"), py::arg("indices"), py::arg("values"),
+          py::arg("rows"), py::arg("g"), py::arg("out"), py::arg("n_threads") = 1);
 }
