@@ -1,5 +1,4 @@
 """One BPR training epoch and one full-ranking test."""
-import time
 
 import numpy as np
 import torch

@@ -18,7 +18,6 @@ import datetime
 import os
 
 import numpy as np
-import torch
 
 import devices
 

@@ -5,7 +5,6 @@ import signal
 import sys
 import time
 
-import numpy as np
 import torch
 
 import checkpoint
@@ -96,13 +95,8 @@ def run(config):
 
     graph = None
     if config.model == "lgn":
-        kernels = None
-        if device.type == "cpu":
-            kernels, why = utils.load_extension("spmm")
-            if kernels is None:
-                print(f"C++ propagation kernels unavailable ({why}): using torch sparse products")
-        graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels,
-                                        n_threads=torch.get_num_threads(), n_folds=config.a_fold if config.a_split else 1)
+        graph = propagation.build_graph(dataset.getSparseGraph(), device,
+                                        n_folds=config.a_fold if config.a_split else 1)
     model = register.build_model(config, dataset, graph).to(device)
     sampler, sampler_note = utils.make_sampler(dataset.UserItemNet)
 

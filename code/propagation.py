@@ -23,6 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+import utils
+
 
 class SparseGraph:
     """A_hat (and A_hat^T when it is not symmetric) on one device, with its products."""
@@ -116,6 +118,18 @@ class SparseGraph:
             indptr, indices, data = self._a
             return sp.csr_matrix((data, indices, indptr), shape=self.shape)
         return sp.vstack([_to_scipy(fold) for fold in self._a]).tocsr()
+
+
+def build_graph(adjacency, device, n_folds=1, log=print):
+    """SparseGraph of a scipy adjacency on `device`: the C++ kernels on the CPU when they
+    build (else torch's sparse products, said in the log), torch's on accelerators."""
+    device = torch.device(device)
+    kernels = None
+    if device.type == "cpu":
+        kernels, why = utils.load_extension("spmm")
+        if kernels is None:
+            log(f"C++ propagation kernels unavailable ({why}): using torch sparse products")
+    return SparseGraph(adjacency, device, kernels, n_threads=torch.get_num_threads(), n_folds=n_folds)
 
 
 def _torch_sparse(csr, device):

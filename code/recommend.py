@@ -6,7 +6,6 @@
 
 Rows are (user, rank, item, score), each user's training items excluded; scores are the
 inner products of the final embeddings (the model is propagated once)."""
-import argparse
 import csv
 import os
 import sys
@@ -114,8 +113,7 @@ def load_model(args, dataset, device):
     checkpoint.check_compatible(path, state, config, dataset.n_users, dataset.m_items)
     graph = None
     if config.model == "lgn":
-        kernels = utils.load_extension("spmm")[0] if device.type == "cpu" else None
-        graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels, n_threads=torch.get_num_threads())
+        graph = propagation.build_graph(dataset.getSparseGraph(), device, log=lambda m: print(m, file=sys.stderr))
     model = register.build_model(config, dataset, graph).to(device)
     model.load_state_dict(weights)
     return model, path

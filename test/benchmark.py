@@ -59,14 +59,14 @@ def main():
         torch.set_num_threads(config.threads)
     device = devices.select_device(config.device)
     utils.set_seed(config.seed)
-    folder = dataloader.ensure_dataset(config.dataset, config.data_path, progress=False)
-    load = dataloader.LastFM if config.dataset == "lastfm" else dataloader.Loader
-    dataset = load(folder)
+    def load():
+        return dataloader.load_dataset(config.dataset, config.data_path, progress=False)
+
+    dataset = load()
 
     if "graph_build" in phases:
         def build():
-            data = load(folder)
-            dataloader.normalized_adjacency(data.UserItemNet)
+            dataloader.normalized_adjacency(load().UserItemNet)
         report("graph_build", timed(build, known.runs, device))
 
     sampler, _ = utils.make_sampler(dataset.UserItemNet)
@@ -76,11 +76,7 @@ def main():
                                                             dataset.trainDataSize), known.runs, device),
                sampler=sampler.name)
 
-    kernels = None
-    if device.type == "cpu" and config.model == "lgn":
-        kernels, why = utils.load_extension("spmm")
-    graph = propagation.SparseGraph(dataset.getSparseGraph(), device, kernels,
-                                    n_threads=torch.get_num_threads()) if config.model == "lgn" else None
+    graph = propagation.build_graph(dataset.getSparseGraph(), device) if config.model == "lgn" else None
     model = register.build_model(config, dataset, graph).to(device)
     model, optimizer, precision = devices.build_training(model, config, device)
     backend = graph.backend if graph else "none"

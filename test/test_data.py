@@ -3,7 +3,6 @@ import http.server
 import os
 import threading
 
-import numpy as np
 import pytest
 
 import dataloader

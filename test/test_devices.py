@@ -1,5 +1,4 @@
 """Device choice, mixed precision and optimizers; accelerators are simulated."""
-import os
 import subprocess
 import sys
 import textwrap

@@ -2,7 +2,6 @@
 import csv
 import os
 
-import pytest
 import torch
 
 import checkpoint
