@@ -26,21 +26,22 @@ def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device
     bar = utils.Progress(n_batches, desc=f"epoch {epoch + 1}", unit="batches", enabled=progress)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for batch in utils.minibatch(triples, batch_size=config.bpr_batch):
-        batch = context.shard(batch)  # this rank's rows of the global batch
+        global_size = len(batch)
+        batch = context.shard(batch)  # this rank's rows of the global batch (maybe none)
         with precision.autocast():
-            loss, reg_loss = model.bpr_loss(batch[:, 0], batch[:, 1], batch[:, 2])
+            loss, reg_loss = model.bpr_loss(batch[:, 0], batch[:, 1], batch[:, 2], batch_size=global_size)
         loss = loss + config.decay * reg_loss
-        precision.backward_step(loss, optimizer, before_step=lambda: context.average_gradients(params))
+        precision.backward_step(loss, optimizer, before_step=lambda: context.sum_gradients(params))
         loss_sum += loss.detach()
         bar.update()
         stop = stop_requested()
         if context.world_size > 1:  # every rank must leave at the same batch
-            stop = context.sum(torch.tensor([float(stop)])).item() > 0
+            stop = context.sum(torch.tensor([float(stop)], device=device)).item() > 0
         if stop:
             bar.close()
             return None
     bar.close()
-    aver_loss = context.sum(loss_sum).item() / (n_batches * context.world_size)
+    aver_loss = context.sum(loss_sum).item() / n_batches
     return aver_loss, f"loss{aver_loss:.3f}-{timer.dict()}"
 
 

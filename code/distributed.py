@@ -4,9 +4,10 @@ without it.
 Every rank holds the graph and the whole model. Each epoch's triples are drawn once from
 the epoch's stream (the same on every rank, 0.05 s on gowalla) and every global batch of
 --bpr_batch triples is split across ranks (rank r takes rows r, r+W, ...), so an N-rank run
-trains on exactly the triples of a 1-rank run. Gradients are averaged with one explicit
-all-reduce per parameter table after backward: with equal shares this is the gradient of
-the whole batch, and every rank applies the same update, keeping parameters identical.
+trains on exactly the triples of a 1-rank run. Each rank divides its loss by the global
+batch size, so the ranks' gradients, summed by one explicit all-reduce per parameter table
+after backward, are the whole batch's gradient, even for uneven or empty shards of the
+last batch; every rank applies the same update, keeping parameters identical.
 
 Why not DistributedDataParallel: the propagation's backward yields both embedding tables'
 gradients at once at its end, so DDP's bucketed overlap of communication with backward
@@ -36,7 +37,7 @@ class Single:
     def shard(self, batch):
         return batch
 
-    def average_gradients(self, params):
+    def sum_gradients(self, params):
         pass
 
     def sum(self, tensor):
@@ -67,17 +68,22 @@ class TorchDistributed(Single):
             raise PeerError(f"rank {self.rank}: lost contact with the other ranks ({first[:200]}); "
                             f"another rank probably stopped") from None
 
-    def average_gradients(self, params):
+    def sum_gradients(self, params):
         for p in params:
             if p.grad is not None:
                 self._all_reduce(p.grad)
-                p.grad /= self.world_size
 
     def sum(self, tensor):
         self._all_reduce(tensor)
         return tensor
 
     def close(self):
+        # Leave together: a rank destroying the group while a peer's gloo threads still
+        # talk to it can abort that peer ("terminate called without an active exception").
+        try:
+            self.dist.barrier()
+        except RuntimeError:
+            pass  # a peer already gone: nothing left to wait for
         self.dist.destroy_process_group()
 
 

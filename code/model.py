@@ -27,14 +27,17 @@ class BasicModel(nn.Module):
         return torch.sigmoid(all_users[users] @ all_items.t())
 
 
-def _bpr(users_emb, pos_emb, neg_emb, users0, pos0, neg0):
+def _bpr(users_emb, pos_emb, neg_emb, users0, pos0, neg0, batch_size=None):
+    """(BPR loss, L2 term), both divided by batch_size (default: this batch's size; a
+    data-parallel rank passes the global batch's, so that the ranks' sums add up to it)."""
+    batch_size = float(batch_size or len(users_emb))
     # Scores as batched matrix products, which autocast (--amp) runs in low precision;
     # the loss is taken in float32.
     pos_scores = (users_emb.unsqueeze(1) @ pos_emb.unsqueeze(2)).view(-1).float()
     neg_scores = (users_emb.unsqueeze(1) @ neg_emb.unsqueeze(2)).view(-1).float()
-    loss = torch.mean(F.softplus(neg_scores - pos_scores))
+    loss = F.softplus(neg_scores - pos_scores).sum() / batch_size
     reg_loss = 0.5 * (users0.float().pow(2).sum() + pos0.float().pow(2).sum()
-                      + neg0.float().pow(2).sum()) / float(len(users_emb))
+                      + neg0.float().pow(2).sum()) / batch_size
     return loss, reg_loss
 
 
@@ -51,10 +54,10 @@ class PureMF(BasicModel):
     def computer(self):
         return self.embedding_user.weight.detach(), self.embedding_item.weight.detach()
 
-    def bpr_loss(self, users, pos, neg):
+    def bpr_loss(self, users, pos, neg, batch_size=None):
         u = self.embedding_user(users)
         p, n = self.embedding_item(pos), self.embedding_item(neg)
-        return _bpr(u, p, n, u, p, n)
+        return _bpr(u, p, n, u, p, n, batch_size)
 
 
 class LightGCN(BasicModel):
@@ -86,5 +89,5 @@ class LightGCN(BasicModel):
         b = len(users)
         return final[:b], final[b:2 * b], final[2 * b:], emb0[:b], emb0[b:2 * b], emb0[2 * b:]
 
-    def bpr_loss(self, users, pos, neg):
-        return _bpr(*self.getEmbedding(users, pos, neg))
+    def bpr_loss(self, users, pos, neg, batch_size=None):
+        return _bpr(*self.getEmbedding(users, pos, neg), batch_size)

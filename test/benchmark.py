@@ -44,7 +44,7 @@ def timed(fn, runs, device, warmup=1):
 
 
 def report(phase, times, **extra):
-    print(json.dumps({"phase": phase, "median_s": round(statistics.median(times), 4), "runs": len(times),
+    print(json.dumps({"phase": phase, "median_s": round(statistics.median(times), 6), "runs": len(times),
                       "peak_rss_mb": round(peak_rss_mb(), 1), **extra}), flush=True)
 
 
