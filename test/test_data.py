@@ -102,3 +102,10 @@ def test_offline_download_is_one_clear_error(tmp_path, monkeypatch):
         dataloader.ensure_dataset("yelp2018", str(tmp_path / "data"), progress=False)
     assert "could not be downloaded" in str(err.value) and "put train.txt, test.txt into" in str(err.value)
     assert os.listdir(tmp_path / "data" / "yelp2018") == []
+
+
+@pytest.mark.parametrize("name", ["gowalla", "lastfm"])
+def test_published_statistics_match_the_real_datasets(name):
+    """A download of the real files would pass the statistics check."""
+    folder = shared_dataset(name)
+    assert dataloader._count_stats(name, folder) == dataloader.PUBLISHED_STATS[name]
