@@ -168,3 +168,13 @@ def test_without_extensions_torch_backend_and_numpy_sampler_give_the_same_run(tm
     assert loss(runs["cpp"]) == pytest.approx(loss(runs["torch"]), abs=2e-3)
     for a, b in zip(test_results(runs["cpp"]), test_results(runs["torch"])):
         assert a["recall"] == pytest.approx(b["recall"], abs=0.02)
+
+
+@pytest.mark.parametrize("extra", [["--dropout", "1", "--keepprob", "0.7"], ["--a_split", "1", "--a_fold", "3"]])
+def test_edge_dropout_and_split_graph_train(tmp_path, planted, extra):
+    env = {"LIGHTGCN_NO_EXT": "1"} if "--a_split" in extra else {}  # folds are a torch-backend feature
+    proc = run_main(small_args(tmp_path, os.path.dirname(planted), "--epochs", "8", "--test_every", "8", *extra),
+                    env=env)
+    assert proc.returncode == 0, proc.stderr
+    results = test_results(proc.stdout)
+    assert results[-1]["recall"] > 2 * results[0]["recall"]
