@@ -3,6 +3,7 @@ meanings, plus a few of this package (marked "new"). All defaults live here."""
 import argparse
 import ast
 import os
+import re
 import sys
 
 import world
@@ -77,6 +78,12 @@ def _dataset_name(text):
     return text
 
 
+def _device_spec(text):
+    if not re.match(r"^(auto|cpu|(cuda|npu)(:\d+)?)$", text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"--device must be auto, cpu, cuda[:i] or npu[:i], got {text!r}")
+    return text.strip().lower()
+
+
 def build_parser(prog="main.py"):
     p = _Parser(prog=prog, description="Train and test LightGCN (or MF) with the BPR loss.")
     p.add_argument("--bpr_batch", type=_int_in("--bpr_batch", 1), default=2048,
@@ -130,7 +137,7 @@ def build_parser(prog="main.py"):
                         "accelerator memory on large graphs)")
     p.add_argument("--stopping_step", type=_int_in("--stopping_step", 0), default=0,
                    help="(new) stop after N tests without a better recall@first k (0: off)")
-    p.add_argument("--device", type=str, default="auto",
+    p.add_argument("--device", type=_device_spec, default="auto",
                    help="(new) auto, cpu, cuda[:i] or npu[:i] (auto: NPU, else CUDA, else CPU)")
     p.add_argument("--amp", type=str, default="auto", choices=["auto", "on", "off"],
                    help="(new) mixed precision: auto = on for NPU and CUDA, off for CPU")

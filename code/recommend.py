@@ -48,7 +48,7 @@ def build_parser():
     p.add_argument("--original_ids", action="store_true",
                    help="report the dataset's own ids (user_list.txt / item_list.txt)")
     p.add_argument("--batch", type=parse._int_in("--batch", 1), default=1024, help="users scored at once")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=parse._device_spec, default="auto")
     return p
 
 

@@ -52,7 +52,8 @@ def test_bad_device_spec(spec):
 def test_bad_device_flag_exits_with_message(tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "--device", "tpu", "--dataset", "x", "--data_path",
                            str(tmp_path)], cwd=CODE, capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr.strip() == "error: --device must be auto, cpu, cuda[:i] or npu[:i], got 'tpu'"
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "main.py: error: argument --device: --device must be auto, cpu, cuda[:i] or npu[:i], got 'tpu'"
 
 
 def test_amp_dtypes():
