@@ -67,12 +67,9 @@ def _parse_int(token, path, lineno):
     return value
 
 
-def read_user_lines(path):
-    """Read a 'user item item ...' file into (users, items, line numbers) arrays.
-
-    Blank lines are skipped; a user with no items is allowed; CRLF line ends,
-    tabs and trailing spaces are fine."""
-    users, items, lines = [], [], []
+def _split_lines(path):
+    """Yield (line number, whitespace-split fields) of each non-blank line of a text file;
+    a missing, unreadable or binary file becomes a DataError naming it."""
     try:
         handle = open(path, "r", encoding="utf-8", errors="strict")
     except FileNotFoundError:
@@ -83,21 +80,30 @@ def read_user_lines(path):
         try:
             for lineno, line in enumerate(handle, start=1):
                 parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    ids = [int(t) for t in parts]
-                except ValueError:
-                    ids = [_parse_int(t, path, lineno) for t in parts]
-                if max(ids) >= ID_LIMIT:
-                    raise DataError(f"{path}:{lineno}: id {max(ids)} is too large (ids must be below 2^62)")
-                users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
-                items.append(np.asarray(ids[1:], dtype=np.int64))
-                lines.append(np.full(len(ids) - 1, lineno, dtype=np.int64))
-                if ids[0] < 0:
-                    raise DataError(f"{path}:{lineno}: negative user id {ids[0]}")
+                if parts:
+                    yield lineno, parts
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+
+
+def read_user_lines(path):
+    """Read a 'user item item ...' file into (users, items, line numbers) arrays.
+
+    Blank lines are skipped; a user with no items is allowed; CRLF line ends,
+    tabs and trailing spaces are fine."""
+    users, items, lines = [], [], []
+    for lineno, parts in _split_lines(path):
+        try:
+            ids = [int(t) for t in parts]
+        except ValueError:
+            ids = [_parse_int(t, path, lineno) for t in parts]
+        if max(ids) >= ID_LIMIT:
+            raise DataError(f"{path}:{lineno}: id {max(ids)} is too large (ids must be below 2^62)")
+        if ids[0] < 0:
+            raise DataError(f"{path}:{lineno}: negative user id {ids[0]}")
+        users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
+        items.append(np.asarray(ids[1:], dtype=np.int64))
+        lines.append(np.full(len(ids) - 1, lineno, dtype=np.int64))
     if not users:
         raise DataError(f"{path}: the file is empty (expected lines 'user item item ...')")
     return np.concatenate(users), np.concatenate(items), np.concatenate(lines)
@@ -106,30 +112,17 @@ def read_user_lines(path):
 def read_pair_lines(path, one_based=True):
     """Read tab/space separated 'user item [weight]' lines (lastfm) into id arrays."""
     users, items, lines = [], [], []
-    try:
-        handle = open(path, "r", encoding="utf-8", errors="strict")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
     offset = 1 if one_based else 0
-    with handle:
-        try:
-            for lineno, line in enumerate(handle, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) < 2:
-                    raise DataError(f"{path}:{lineno}: expected 'user item [weight]', got {line.strip()!r}")
-                u = _parse_int(parts[0], path, lineno) - offset
-                i = _parse_int(parts[1], path, lineno) - offset
-                if max(u, i) >= ID_LIMIT:
-                    raise DataError(f"{path}:{lineno}: id {max(u, i) + offset} is too large (ids must be below 2^62)")
-                users.append(u)
-                items.append(i)
-                lines.append(lineno)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
+    for lineno, parts in _split_lines(path):
+        if len(parts) < 2:
+            raise DataError(f"{path}:{lineno}: expected 'user item [weight]', got {' '.join(parts)!r}")
+        u = _parse_int(parts[0], path, lineno) - offset
+        i = _parse_int(parts[1], path, lineno) - offset
+        if max(u, i) >= ID_LIMIT:
+            raise DataError(f"{path}:{lineno}: id {max(u, i) + offset} is too large (ids must be below 2^62)")
+        users.append(u)
+        items.append(i)
+        lines.append(lineno)
     if not users:
         raise DataError(f"{path}: the file is empty (expected lines 'user item weight')")
     return (np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64),
