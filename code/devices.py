@@ -175,3 +175,17 @@ def build_training(model, config, device, import_module=importlib.import_module)
     if dtype == torch.float16:
         scaler = torch.amp.GradScaler(device.type)
     return model, optimizer, Precision(device, dtype, scaler=scaler)
+
+
+def learning_rate(config, epoch):
+    """The rate for training epoch `epoch` (0-based): --lr, times --lr_gamma once for
+    every milestone m of --lr_milestones with m <= epoch (i.e. after m epochs)."""
+    drops = sum(1 for milestone in config.lr_milestones if milestone <= epoch)
+    return config.lr * config.lr_gamma ** drops
+
+
+def set_learning_rate(optimizer, rate):
+    """Set every parameter group's rate; set before each epoch, so that a resumed run
+    follows this run's flags rather than the rate stored in the optimizer's state."""
+    for group in optimizer.param_groups:
+        group["lr"] = rate

@@ -49,7 +49,7 @@ def fail(message, code=1):
 
 def config_block(config, dataset, device, graph, sampler_note, precision, optimizer, context):
     lines = ["=" * 20 + " config " + "=" * 20]
-    for key in ("dataset", "model", "recdim", "layer", "lr", "decay", "bpr_batch", "epochs",
+    for key in ("dataset", "model", "recdim", "layer", "lr", "lr_milestones", "lr_gamma", "decay", "bpr_batch", "epochs",
                 "dropout", "keepprob", "topks", "testbatch", "test_every", "seed", "path", "data_path"):
         lines.append(f"{key}: {getattr(config, key)}")
     lines.append(f"device: {device}, threads: {torch.get_num_threads()}"
@@ -193,8 +193,14 @@ def run(config):
         improved = test(start_epoch)
         if improved and start_epoch < config.epochs and context.is_main:
             checkpoint.save(best_file, make_state(start_epoch))  # the initial model may stay the best
+    rate = None
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
+        if devices.learning_rate(config, epoch) != rate:
+            rate = devices.learning_rate(config, epoch)
+            devices.set_learning_rate(optimizer, rate)
+            if config.lr_milestones:
+                print(f"learning rate {rate:g} from epoch {epoch + 1}")
         out = Procedure.BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device,
                                            precision, stop_requested=stop, progress=progress, context=context)
         if out is None:

@@ -51,6 +51,19 @@ def _float_in(name, low, high=None, low_open=False):
     return check
 
 
+def parse_milestones(text):
+    """'' or '300' or '300,500' -> sorted unique list of epochs >= 1."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        epochs = sorted({int(part) for part in parts})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--lr_milestones must be epochs separated by commas like 300,500, got {text!r}") from None
+    if epochs and epochs[0] < 1:
+        raise argparse.ArgumentTypeError(f"--lr_milestones must be epochs >= 1, got {text!r}")
+    return epochs
+
+
 def parse_topks(text):
     """'[20]' or '[10,20]' or '20' -> sorted unique list of positive ints, without eval."""
     try:
@@ -143,6 +156,11 @@ def build_parser(prog="main.py"):
                    help="(new) mixed precision: auto = on for NPU and CUDA, off for CPU")
     p.add_argument("--optimizer", type=str, default="adam", choices=["adam", "sgd"],
                    help="(new) adam (the original's) or sgd")
+    p.add_argument("--lr_milestones", type=parse_milestones, default=[],
+                   help="(new) epochs after which the learning rate is multiplied by --lr_gamma, "
+                        "e.g. 300,500 (default: none, a constant rate as in the original)")
+    p.add_argument("--lr_gamma", type=_float_in("--lr_gamma", 0.0, 1.0, low_open=True), default=0.1,
+                   help="(new) factor applied to the learning rate at each of --lr_milestones")
     p.add_argument("--threads", type=_int_in("--threads", 0), default=0,
                    help="(new) CPU threads for torch and the kernels (0: torch's default)")
     return p

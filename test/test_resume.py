@@ -2,6 +2,7 @@
 import csv
 import os
 
+import pytest
 import torch
 
 import checkpoint
@@ -88,3 +89,42 @@ def test_plot_draws_png(tmp_path, planted, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert plot.main([str(empty)]) == 1
+
+
+def test_learning_rate_milestones(tmp_path, planted, capsys):
+    """--lr_milestones: the rate drops by --lr_gamma after each milestone epoch; a resumed run
+    follows its own flags, not the rate saved in the optimizer state."""
+    import types
+
+    import devices
+    config = types.SimpleNamespace(lr=0.01, lr_milestones=[3, 5], lr_gamma=0.5)
+    assert [devices.learning_rate(config, e) for e in range(7)] == [0.01] * 3 + [0.005] * 2 + [0.0025] * 2
+
+    data_path = os.path.dirname(planted)
+    # A tiny gamma freezes the weights after the milestone: epochs 3 and 4 leave them as epoch 2 did.
+    assert main.main(args(tmp_path, data_path, tmp_path / "m", "--epochs", "4", "--lr_milestones", "2",
+                          "--lr_gamma", "1e-12")) == 0
+    out = capsys.readouterr().out
+    assert "learning rate 0.01 from epoch 1" in out and "learning rate 1e-14 from epoch 3" in out
+    frozen = checkpoint.load(str(tmp_path / "m" / "lgn-planted-2-8.pth.tar"))
+    assert main.main(args(tmp_path, data_path, tmp_path / "c", "--epochs", "2")) == 0
+    constant2 = checkpoint.load(str(tmp_path / "c" / "lgn-planted-2-8.pth.tar"))
+    for key in frozen["state_dict"]:
+        assert torch.allclose(frozen["state_dict"][key], constant2["state_dict"][key], atol=1e-6), key
+    # Resuming the 2-epoch run with another --lr trains at the new rate (0.01 is stored in its optimizer).
+    assert main.main(args(tmp_path, data_path, tmp_path / "c", "--epochs", "3", "--load", "1",
+                          "--lr_milestones", "2", "--lr_gamma", "1e-12")) == 0
+    resumed = checkpoint.load(str(tmp_path / "c" / "lgn-planted-2-8.pth.tar"))
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-14)
+    for key in resumed["state_dict"]:
+        assert torch.allclose(resumed["state_dict"][key], constant2["state_dict"][key], atol=1e-6), key
+
+
+def test_bad_milestones_flag(capsys):
+    import parse
+    for bad in ("ten", "0,5"):
+        with pytest.raises(SystemExit) as exc:
+            parse.parse_args(["--lr_milestones", bad])
+        assert exc.value.code == 2
+        assert "--lr_milestones must be" in capsys.readouterr().err
+    assert parse.parse_args(["--lr_milestones", "500,300"]).lr_milestones == [300, 500]
