@@ -4,6 +4,7 @@ true timings. The rest of the code only passes the chosen torch.device around.
 torch_npu (Ascend) is imported only when an NPU is asked for or probed under 'auto'."""
 import importlib
 import re
+import sys
 
 import torch
 
@@ -33,12 +34,17 @@ def select_device(spec="auto", import_module=importlib.import_module):
         raise DeviceError(f"--device must be auto, cpu, cuda[:i] or npu[:i], got {spec!r}")
     kind, index = match.group(1), int(match.group(2) or 0)
     if kind == "auto":
+        fallback = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         try:
             if _npu_count(import_module) > 0:
                 return torch.device("npu", 0)
-        except Exception:  # no torch_npu, or a broken one: auto quietly moves on
-            pass
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        except Exception as exc:
+            if not (isinstance(exc, ModuleNotFoundError) and exc.name == "torch_npu"):
+                # torch_npu is installed but broken: say why it was passed over (no torch_npu
+                # at all is the usual case off Ascend and needs no word)
+                print(f"warning: --device auto: torch_npu cannot be used ({type(exc).__name__}: {exc}); "
+                      f"using {fallback}", file=sys.stderr)
+        return fallback
     if kind == "cpu":
         return torch.device("cpu")
     if kind == "cuda":

@@ -14,27 +14,30 @@ from test_main import test_results
 
 
 def no_npu(name):
-    raise ImportError(f"No module named '{name}'")
+    raise ModuleNotFoundError(f"No module named '{name}'", name=name)
 
 
-def test_auto_without_npu_or_cuda_is_cpu(monkeypatch):
+def test_auto_without_npu_or_cuda_is_cpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert devices.select_device("auto", import_module=no_npu) == torch.device("cpu")
+    assert capsys.readouterr().err == ""  # no torch_npu is the normal case off Ascend
 
 
-def test_auto_with_cuda_and_broken_torch_npu_is_cuda(monkeypatch):
+def test_auto_with_cuda_and_broken_torch_npu_is_cuda_and_says_why(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
     def broken(name):
         raise RuntimeError("libascendcl.so: cannot open shared object file")
 
     assert devices.select_device("auto", import_module=broken) == torch.device("cuda", 0)
+    assert capsys.readouterr().err == ("warning: --device auto: torch_npu cannot be used (RuntimeError: "
+                                       "libascendcl.so: cannot open shared object file); using cuda:0\n")
 
 
 def test_explicit_npu_without_torch_npu_is_one_line_error():
     with pytest.raises(devices.DeviceError) as err:
         devices.select_device("npu", import_module=no_npu)
-    assert str(err.value) == "--device npu: torch_npu cannot be used (ImportError: No module named 'torch_npu')"
+    assert str(err.value) == "--device npu: torch_npu cannot be used (ModuleNotFoundError: No module named 'torch_npu')"
 
 
 def test_explicit_cuda_without_cuda(monkeypatch):
