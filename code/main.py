@@ -49,8 +49,9 @@ def fail(message, code=1):
 
 def config_block(config, dataset, device, graph, sampler_note, precision, optimizer, context):
     lines = ["=" * 20 + " config " + "=" * 20]
-    for key in ("dataset", "model", "recdim", "layer", "lr", "lr_milestones", "lr_gamma", "decay", "bpr_batch", "epochs",
-                "dropout", "keepprob", "topks", "testbatch", "test_every", "seed", "path", "data_path"):
+    for key in ("dataset", "model", "recdim", "layer", "lr", "lr_milestones", "lr_gamma", "decay",
+                "bpr_batch", "epochs", "dropout", "keepprob", "topks", "testbatch", "test_every", "seed",
+                "path", "data_path"):
         lines.append(f"{key}: {getattr(config, key)}")
     lines.append(f"device: {device}, threads: {torch.get_num_threads()}"
                  + (f", ranks: {context.world_size} (torchrun, {distributed.BACKENDS.get(device.type, 'gloo')})"
@@ -196,8 +197,9 @@ def run(config):
     rate = None
     for epoch in range(start_epoch, config.epochs):
         t0 = time.time()
-        if devices.learning_rate(config, epoch) != rate:
-            rate = devices.learning_rate(config, epoch)
+        epoch_rate = devices.learning_rate(config, epoch)
+        if epoch_rate != rate:  # the run's first epoch, and each milestone
+            rate = epoch_rate
             devices.set_learning_rate(optimizer, rate)
             if config.lr_milestones:
                 print(f"learning rate {rate:g} from epoch {epoch + 1}")

@@ -1,12 +1,15 @@
 """Resumable training, best checkpoint, early stopping, CSV and plot."""
 import csv
 import os
+import types
 
 import pytest
 import torch
 
 import checkpoint
+import devices
 import main
+import parse
 import plot
 import Procedure
 
@@ -94,9 +97,6 @@ def test_plot_draws_png(tmp_path, planted, capsys):
 def test_learning_rate_milestones(tmp_path, planted, capsys):
     """--lr_milestones: the rate drops by --lr_gamma after each milestone epoch; a resumed run
     follows its own flags, not the rate saved in the optimizer state."""
-    import types
-
-    import devices
     config = types.SimpleNamespace(lr=0.01, lr_milestones=[3, 5], lr_gamma=0.5)
     assert [devices.learning_rate(config, e) for e in range(7)] == [0.01] * 3 + [0.005] * 2 + [0.0025] * 2
 
@@ -121,7 +121,6 @@ def test_learning_rate_milestones(tmp_path, planted, capsys):
 
 
 def test_bad_milestones_flag(capsys):
-    import parse
     for bad in ("ten", "0,5"):
         with pytest.raises(SystemExit) as exc:
             parse.parse_args(["--lr_milestones", bad])
