@@ -1,1 +1,1 @@
---dataset gowalla --bpr_batch 32768 --lr 0.01 --lr_milestones 350,450,750 --lr_gamma 0.3 --epochs 850 --test_every 10 --tensorboard 0
+--dataset gowalla --bpr_batch 32768 --lr 0.01 --lr_milestones 350,450,750 --lr_gamma 0.3 --epochs 850 --test_every 10 --tensorboard 0 --seed 2021
