@@ -17,8 +17,11 @@ all-reduce against 34.3 ms with DDP.
 """
 import datetime
 import os
+import sys
+import time
 
 import numpy as np
+import torch
 
 import devices
 
@@ -43,6 +46,11 @@ class Single:
     def sum(self, tensor):
         return tensor
 
+    def any_rank(self, flag):
+        """True on every rank if `flag` is true on any: ranks must take the same branch
+        where the next step is a collective (stopping on a signal, say)."""
+        return bool(flag)
+
     def close(self):
         pass
 
@@ -54,6 +62,7 @@ class TorchDistributed(Single):
         self.dist = dist
         backend = BACKENDS.get(device.type, "gloo")
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        self.device = device
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
 
@@ -77,13 +86,31 @@ class TorchDistributed(Single):
         self._all_reduce(tensor)
         return tensor
 
-    def close(self):
-        # Leave together: a rank destroying the group while a peer's gloo threads still
-        # talk to it can abort that peer ("terminate called without an active exception").
+    def any_rank(self, flag):
+        return self.sum(torch.tensor([float(bool(flag))], device=self.device)).item() > 0
+
+    def close(self, release_wait_s=2.0):
+        """Leave together, once the backend's threads have let go of the last collective.
+
+        Why not barrier() and destroy_process_group(): a collective's work object, and the
+        tensors in it, is released by the backend's worker thread just after it signals
+        completion. Torch keeps references to the default group (torch._dynamo, which
+        torch.optim imports), so destroy_process_group() does not join those threads; if the
+        interpreter is already shutting down when a thread drops a tensor, taking the GIL
+        kills it and the process aborts ("terminate called without an active exception",
+        SIGABRT), about one torchrun in 20 here. So the last collective runs on our own
+        token, and we wait until its reference count is back where it was: the backend has
+        dropped it, and no thread is left holding a Python object."""
+        token = torch.zeros(1, device=self.device)
+        held_here = sys.getrefcount(token)
         try:
-            self.dist.barrier()
+            self.dist.all_reduce(token)
         except RuntimeError:
             pass  # a peer already gone: nothing left to wait for
+        else:
+            deadline = time.monotonic() + release_wait_s
+            while sys.getrefcount(token) > held_here and time.monotonic() < deadline:
+                time.sleep(0.001)  # sleeping releases the GIL the worker needs to drop it
         self.dist.destroy_process_group()
 
 
