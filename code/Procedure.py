@@ -34,10 +34,7 @@ def BPR_train_original(dataset, model, optimizer, sampler, config, epoch, device
         precision.backward_step(loss, optimizer, before_step=lambda: context.sum_gradients(params))
         loss_sum += loss.detach()
         bar.update()
-        stop = stop_requested()
-        if context.world_size > 1:  # every rank must leave at the same batch
-            stop = context.sum(torch.tensor([float(stop)], device=device)).item() > 0
-        if stop:
+        if context.any_rank(stop_requested()):  # every rank leaves at the same batch
             bar.close()
             return None
     bar.close()

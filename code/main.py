@@ -39,7 +39,8 @@ class StopRequest:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def exit_code(self):
-        return 128 + int(self.signum)
+        # A rank stopped because another rank was signalled exits as torchrun's SIGTERM would.
+        return 128 + int(self.signum if self.signum is not None else signal.SIGTERM)
 
 
 def fail(message, code=1):
@@ -151,6 +152,14 @@ def run(config):
 
     stop = StopRequest()
     stop.install()
+
+    def finish(exit_code):
+        # Every rank gets here together (a stop is agreed on at the same batch), so the
+        # process group can be left cleanly; see distributed.TorchDistributed.close.
+        if writer:
+            writer.close()
+        context.close()
+        return exit_code
     run_start = time.time() - elapsed0
     last_loss = float("nan")
 
@@ -209,7 +218,7 @@ def run(config):
             held = (f"{weight_file} holds the last completed epoch ({epoch}); resume with --load 1"
                     if epoch > 0 else "no epoch was completed, so no checkpoint was written")
             print(f"interrupted during epoch {epoch + 1}: it was abandoned; {held}")
-            return stop.exit_code()
+            return finish(stop.exit_code())
         last_loss, info = out
         devices.synchronize(device)
         seconds = time.time() - t0
@@ -225,13 +234,10 @@ def run(config):
                 break
         else:
             save_state(epoch + 1)
-        if stop():
+        if context.any_rank(stop()):  # a signal may reach the ranks either side of this line
             print(f"stopped after epoch {epoch + 1}; resume with --load 1")
-            return stop.exit_code()
-    if writer:
-        writer.close()
-    context.close()
-    return 0
+            return finish(stop.exit_code())
+    return finish(0)
 
 
 def main(argv=None):

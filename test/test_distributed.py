@@ -1,12 +1,15 @@
 """torchrun with gloo on the CPU: 2 ranks train like 1, stay identical, log once."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from conftest import CODE, ROOT, SHARED_DATA, shared_dataset
+import checkpoint
+from conftest import CODE, ROOT, SHARED_DATA, planted_dataset, shared_dataset, write_gowalla_format
 from test_main import test_results
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -63,26 +66,65 @@ def test_torchrun_main_on_lastfm_logs_once_and_tests_like_one_process(tmp_path):
         assert a[key] == pytest.approx(b[key], abs=1e-8)
 
 
+def rank_pids(local_rank, marker):
+    """The pids of torchrun workers with this LOCAL_RANK whose command line holds `marker`."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except (OSError, ValueError):
+            continue
+        if f"LOCAL_RANK={local_rank}".encode() in environ and marker.encode() in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def read_until(proc, prefix, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.stdout.readline().startswith(prefix):
+            return True
+    return False
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_batch(tmp_path):
+    # torchrun forwards a signal to every rank, but a user's kill or a scheduler may reach
+    # one: the ranks agree to stop, save, leave the process group together and exit 143
+    train, test = planted_dataset(n_users=1000, n_items=200, per_user=10)
+    data = tmp_path / "data"
+    write_gowalla_format(str(data / "big"), train, test)
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen(TORCHRUN + ["main.py", "--dataset", "big", "--data_path", str(data), "--path", str(ck),
+                                        "--tensorboard", "0", "--epochs", "1000", "--bpr_batch", "16",
+                                        "--recdim", "8", "--test_every", "1000"],
+                            cwd=CODE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        assert read_until(proc, "EPOCH[2/")
+        victims = rank_pids(1, str(ck))
+        assert len(victims) == 1
+        os.kill(victims[0], signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "resume with --load 1" in out  # rank 0, not signalled itself, stopped too
+    assert "exitcode  : 143" in err and "SIGABRT" not in err and "terminate called" not in err
+    assert "TypeError" not in err
+    state = checkpoint.load(str(ck / "lgn-big-4-8.pth.tar"))
+    assert state["epoch"] >= 2
+
+
 def test_a_dying_rank_makes_the_others_exit_with_a_message(tmp_path):
-    import signal
-    import time
     shared_dataset("lastfm")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(TORCHRUN + ["main.py", "--dataset", "lastfm", "--data_path", SHARED_DATA, "--epochs", "1000",
                                         "--test_every", "1000", "--tensorboard", "0", "--path", str(tmp_path)],
                             cwd=CODE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and "EPOCH[2/" not in proc.stdout.readline():
-            pass
-        victims = []
-        for pid in os.listdir("/proc"):
-            try:
-                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            except (OSError, ValueError):
-                continue
-            if b"LOCAL_RANK=1" in environ and str(tmp_path).encode() in open(f"/proc/{pid}/cmdline", "rb").read():
-                victims.append(int(pid))
+        assert read_until(proc, "EPOCH[2/")
+        victims = rank_pids(1, str(tmp_path))
         assert victims
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
