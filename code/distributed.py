@@ -98,7 +98,7 @@ class TorchDistributed(Single):
         torch.optim imports), so destroy_process_group() does not join those threads; if the
         interpreter is already shutting down when a thread drops a tensor, taking the GIL
         kills it and the process aborts ("terminate called without an active exception",
-        SIGABRT), about one torchrun in 20 here. So the last collective runs on our own
+        SIGABRT): 5 two-rank runs in 150 here. So the last collective runs on our own
         token, and we wait until its reference count is back where it was: the backend has
         dropped it, and no thread is left holding a Python object."""
         token = torch.zeros(1, device=self.device)

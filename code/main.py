@@ -160,6 +160,7 @@ def run(config):
             writer.close()
         context.close()
         return exit_code
+
     run_start = time.time() - elapsed0
     last_loss = float("nan")
 
