@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -46,6 +47,15 @@ def run_main(args, cwd=CODE, env=None, timeout=600, script="main.py"):
     full_env.update(env or {})
     return subprocess.run([sys.executable, script] + list(args), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def read_until(proc, prefix, timeout=120):
+    """Read a running process's stdout until a line starts with `prefix` (True) or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.stdout.readline().startswith(prefix):
+            return True
+    return False
 
 
 def shared_dataset(name):

@@ -3,13 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import checkpoint
-from conftest import CODE, ROOT, SHARED_DATA, planted_dataset, shared_dataset, write_gowalla_format
+from conftest import CODE, ROOT, SHARED_DATA, planted_dataset, read_until, shared_dataset, write_gowalla_format
 from test_main import test_results
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -78,14 +77,6 @@ def rank_pids(local_rank, marker):
         if f"LOCAL_RANK={local_rank}".encode() in environ and marker.encode() in cmdline:
             pids.append(int(pid))
     return pids
-
-
-def read_until(proc, prefix, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.stdout.readline().startswith(prefix):
-            return True
-    return False
 
 
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_batch(tmp_path):

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import checkpoint
 import dataloader
 import main
 import utils
-from conftest import CODE, planted_dataset, write_gowalla_format
+from conftest import CODE, planted_dataset, read_until, write_gowalla_format
 
 
 def write(folder, train_text, test_text="0 1\n"):
@@ -176,13 +175,7 @@ def test_signal_during_training_leaves_a_clean_checkpoint(tmp_path, sig, code):
                              "--path", str(tmp_path / "ck"), "--tensorboard", "0", "--epochs", "1000",
                              "--bpr_batch", "16", "--recdim", "8", "--test_every", "1000"],
                             cwd=CODE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    lines = []
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if line.startswith("EPOCH[2/"):
-            break
+    read_until(proc, "EPOCH[2/")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
